@@ -1,0 +1,6 @@
+"""One exception for every bad input a user can give: the scripts print its message on one line
+and exit with status 2."""
+
+
+class UserError(Exception):
+    pass
