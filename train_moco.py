@@ -16,6 +16,7 @@ from common import nets, train
 from common.queue import Queue
 
 
+@nets.fp32
 def infonce_loss(q, k, queue, temperature):
     """InfoNCE over [positive key | queue negatives].
 
@@ -46,10 +47,14 @@ class MoCo(nn.Module):
         q = F.normalize(self.encoder_q(im_q), dim=1)
         with torch.no_grad():
             k = F.normalize(nets.shuffled_forward(self.encoder_k, im_k), dim=1)
-        loss = infonce_loss(q, k, self.queue.keys.clone(), self.args.temperature)
+        loss = self.queue_loss(q, k, self.queue.keys.clone())
         if enqueue:
             self.queue.enqueue(k, labels)
         return loss
+
+    def queue_loss(self, q, k, queue):
+        """Loss of queries q against their keys k and the queue (ReSSL and SCE override it)."""
+        return infonce_loss(q, k, queue, self.args.temperature)
 
     def forward(self, views, labels):
         im1, im2 = views

@@ -11,17 +11,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import nets, train
+from common import dist, nets, train
 
 
-def cross_view_loss(z1, z2, temperature):
+@nets.fp32
+def cross_view_loss(z1, z2, temperature, offset=0):
     """Cross-entropy of each row of z1 . z2^T / temperature against its diagonal entry.
 
     z1, z2: (N, D) L2-normalised projections of views 1 and 2; sample i of z2 is the only
-    positive of sample i of z1, the other N-1 samples of view 2 are its negatives.
+    positive of sample i of z1, the other N-1 samples of view 2 are its negatives. Under
+    torchrun z2 is the global batch (M >= N rows) and sample i of z1 is row offset + i of z2.
     """
     logits = z1 @ z2.T / temperature
-    return F.cross_entropy(logits, torch.arange(z1.shape[0], device=z1.device))
+    return F.cross_entropy(logits, torch.arange(z1.shape[0], device=z1.device) + offset)
 
 
 class SimCLR(nn.Module):
@@ -37,10 +39,13 @@ class SimCLR(nn.Module):
 
     def forward(self, views, labels):
         z1, z2 = (F.normalize(self.encoder(v), dim=1) for v in views)
-        loss_12 = cross_view_loss(z1, z2, self.args.temperature)
+        # under torchrun the negatives are the whole global batch, as in one process
+        offset = dist.rank() * z1.shape[0]
+        loss_12 = cross_view_loss(z1, dist.gather_with_grad(z2), self.args.temperature, offset)
         if not self.args.symmetric:
             return loss_12
-        return (loss_12 + cross_view_loss(z2, z1, self.args.temperature)) / 2
+        loss_21 = cross_view_loss(z2, dist.gather_with_grad(z1), self.args.temperature, offset)
+        return (loss_12 + loss_21) / 2
 
 
 def add_args(parser):

@@ -7,6 +7,7 @@ import io
 import os
 import tarfile
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -96,8 +97,11 @@ def _load_cifar(name, data_dir, download, verify):
                             f"delete it to re-download, or extract {url} into {data_dir}")
     elif not download:
         raise UserError(f"{name} not found at {path}: download {url} and extract it into {data_dir}")
-    if not verify:  # same parser, without the md5 check (small fixtures cannot match it)
-        cls = type(cls.__name__, (cls,), {"_check_integrity": lambda self: True})
+    if not verify:  # same parser; md5=None makes torchvision check only that the files exist
+        cls = type(cls.__name__, (cls,), {
+            "train_list": [[f, None] for f, _ in cls.train_list],
+            "test_list": [[f, None] for f, _ in cls.test_list],
+            "meta": {**cls.meta, "md5": None}})
     try:
         sets = [cls(data_dir, train=t, download=download and not os.path.isdir(path))
                 for t in (True, False)]
@@ -112,12 +116,20 @@ def _load_cifar(name, data_dir, download, verify):
     return splits[0], splits[1], len(sets[0].classes)
 
 
-def _decode(f, path=""):
+def _decode(f, path="", size=None):
+    """uint8 (H, W, 3) array of an image file; a corrupt or truncated file, or (with `size`) one
+    of another size, is a UserError naming the file."""
     try:
         with Image.open(f) as img:
-            return np.asarray(img.convert("RGB"))
+            out = np.asarray(img.convert("RGB"))
     except Exception as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
+        why = " ".join(str(e).split())
+        raise UserError(f"cannot read image {path} (corrupt or truncated?): {why}; "
+                        f"replace it from the original archive") from None
+    if size is not None and out.shape[:2] != (size, size):
+        raise UserError(f"image {path} is {out.shape[1]}x{out.shape[0]} pixels, expected "
+                        f"{size}x{size}")
+    return out
 
 
 def _load_tin(data_dir):
@@ -129,21 +141,35 @@ def _load_tin(data_dir):
     need = ["wnids.txt", "train", os.path.join("val", "images"),
             os.path.join("val", "val_annotations.txt")]
     missing = [n for n in need if not os.path.exists(os.path.join(root, n))]
+    val = os.path.join(root, "val")
+    if missing and os.path.isdir(val) and any(
+            os.path.isdir(os.path.join(val, d)) and d != "images" for d in os.listdir(val)):
+        raise UserError(f"{val} has been reorganised into class folders; this loader reads the "
+                        f"original layout (val/images/*.JPEG + val/val_annotations.txt): unzip "
+                        f"val/ again from {url}")
     if missing:
         hint = (" (val must keep the original val/images + val/val_annotations.txt layout)"
                 if any(m.startswith("val") for m in missing) else "")
-        raise UserError(f"{root} is incomplete: missing {', '.join(missing)}{hint}")
+        raise UserError(f"{root} is incomplete: missing {', '.join(missing)}{hint}; "
+                        f"unzip {url} into {data_dir} again")
     with open(os.path.join(root, "wnids.txt")) as f:
         wnids = sorted(line.strip() for line in f if line.strip())
+    if not wnids:
+        raise UserError(f"{root}/wnids.txt lists no classes")
     index = {w: i for i, w in enumerate(wnids)}
-    train_files, train_labels = [], []
+    train_files, train_labels, absent = [], [], []
     for w in wnids:
         folder = os.path.join(root, "train", w, "images")
-        if not os.path.isdir(folder):
-            raise UserError(f"{root} is incomplete: missing train/{w}/images")
-        names = sorted(n for n in os.listdir(folder) if n.lower().endswith((".jpeg", ".jpg", ".png")))
+        names = sorted(n for n in os.listdir(folder) if n.lower().endswith((".jpeg", ".jpg", ".png"))) \
+            if os.path.isdir(folder) else []
+        if not names:
+            absent.append(f"train/{w}/images")
         train_files += [os.path.join(folder, n) for n in names]
         train_labels += [index[w]] * len(names)
+    if absent:
+        raise UserError(f"{root} is incomplete: no images in {len(absent)} of {len(wnids)} class "
+                        f"folders ({', '.join(absent[:3])}{', ...' if len(absent) > 3 else ''}); "
+                        f"unzip {url} into {data_dir} again")
     test_files, test_labels = [], []
     with open(os.path.join(root, "val", "val_annotations.txt")) as f:
         for line in f:
@@ -154,18 +180,20 @@ def _load_tin(data_dir):
                 raise UserError(f"val_annotations.txt names unknown class {parts[1]}")
             test_files.append(os.path.join(root, "val", "images", parts[0]))
             test_labels.append(index[parts[1]])
+    if not test_files:
+        raise UserError(f"{root}/val/val_annotations.txt lists no images")
     missing = [p for p in test_files if not os.path.isfile(p)]
     if missing:
         raise UserError(f"{len(missing)} val images listed in val_annotations.txt are missing, "
                         f"e.g. {missing[0]}")
     splits = []
     for files, labels in ((train_files, train_labels), (test_files, test_labels)):
-        images = np.stack([_decode(p, p) for p in _progress(files, "decode tin")]) if files else \
-            np.zeros((0, 64, 64, 3), np.uint8)
+        images = np.stack([_decode(p, p, size=64) for p in _progress(files, "decode tin")])
         splits.append(Split(images, np.asarray(labels, dtype=np.int64)))
     return splits[0], splits[1], len(wnids)
 
 
+@lru_cache(maxsize=1)  # decoded once per process; callers never modify the arrays
 def _load_demo():
     """The embedded demo set: 500 train + 100 test real CIFAR-10 images per class (JPEG)."""
     data = {"train": ([], []), "test": ([], [])}

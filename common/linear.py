@@ -117,7 +117,8 @@ def main(argv=None):
         amp = default_amp(device) if args.amp is None else args.amp
         os.makedirs(args.results_dir, exist_ok=True)
         name = os.path.splitext(os.path.basename(args.checkpoint))[0]
-        csv_path = os.path.join(args.results_dir, f"{name}_linear.csv")
+        # not <run>_linear.csv: that is the training run's own log, which this must not replace
+        csv_path = os.path.join(args.results_dir, f"{name}_linear-eval.csv")
         top1, top5 = linear_eval(backbone, ds, device, args.epochs, args.batch_size, args.lr,
                                  args.cosine, args.aug or ("gpu" if device.type == "cuda" else "pil"),
                                  args.workers, args.seed, amp, csv_path)
@@ -130,9 +131,10 @@ def main(argv=None):
 
 def _backbone_from(ckpt, ds, path):
     from common.nets import resnet18
-    width = ckpt.get("args", {}).get("width", 64) if isinstance(ckpt, dict) else 64
-    net = resnet18(ds.image_size, bn_splits=1, width=width)
     state = checkpoint.backbone_state(ckpt, path)
+    # the width is in the weights (reference checkpoints carry no args; 64 in every recipe)
+    conv1 = state.get("conv1.weight")
+    net = resnet18(ds.image_size, bn_splits=1, width=conv1.shape[0] if conv1 is not None else 64)
     try:
         net.load_state_dict(state)
     except RuntimeError as e:

@@ -1,6 +1,7 @@
 """Networks shared by every algorithm: the CIFAR-stem ResNet-18, split BatchNorm, MLP heads,
 EMA (momentum) copies and batch shuffling for key encoders."""
 import copy
+import functools
 from functools import partial
 
 import torch
@@ -160,4 +161,22 @@ def batch_shuffle(x):
 def shuffled_forward(encoder, x):
     """encoder(x) computed on a shuffled batch, returned in the original order."""
     x, unshuffle = batch_shuffle(x)
+    from common import dist
+    if dist.world_size() > 1:  # the outputs of this rank's samples live on several ranks
+        return dist.unshuffle_across_ranks(encoder(x), unshuffle)
     return encoder(x)[unshuffle]
+
+
+def fp32(loss_fn):
+    """Decorator: run a loss function in fp32 even inside a bf16 autocast region.
+
+    Autocast would run the loss's matrix products in bf16 even on fp32 inputs; similarities
+    divided by small temperatures (0.04-0.2) need the full precision, so every loss computes
+    in fp32 while the networks run in bf16.
+    """
+    @functools.wraps(loss_fn)
+    def wrapper(*args, **kwargs):
+        args = [a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
+        with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+            return loss_fn(*args, **kwargs)
+    return wrapper

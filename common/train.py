@@ -11,12 +11,23 @@ backbone. Outputs, in --results-dir, named <record>_seed<seed>:
   *_linear.csv    epoch, top1, top5, best_top1
   *_config.json   every setting of the run, and its final numbers once finished
 and a checkpoint <checkpoint-dir>/<record>_seed<seed>.pt from which the run resumes.
+
+Stopping and resuming. The checkpoint (every --save-every epochs, written atomically) holds all a
+run needs to continue exactly: weights, EMA copies, queues, optimiser, position, random-generator
+states, best kNN accuracy and the CSV rows so far. SIGTERM or Ctrl-C finishes the current step,
+writes a checkpoint (mid-epoch if need be) and exits with 128 + the signal number (143, 130); a
+second signal stops at once. Running the same command again resumes automatically (or --resume
+PATH); on the CPU the result is bit-identical to an uninterrupted run. Resuming with settings that
+change the model or its trajectory is refused, and so is overwriting a finished run's results
+(--overwrite starts afresh). Exit status 2: bad input (one line on stderr); 3: a non-finite loss
+stopped the run (the last good checkpoint is kept; --skip-nonfinite N skips such steps).
 """
 import argparse
 import os
 import random
 import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -38,9 +49,13 @@ RECIPE_FLAGS = {
     "proj_dim": (int, "projection output dimension [proj_dim]"),
 }
 COLUMN = {"weak": "weak_second_view"}
-# settings that must agree between a checkpoint and the run resuming from it
+# settings that must agree between a checkpoint and the run resuming from it (with the script's
+# own algorithm flags): they fix the model's shapes, the data and the optimisation trajectory
 RESUME_KEYS = ("algorithm", "dataset", "batch_size", "queue_size", "topk", "proj_dim", "views",
-               "subset", "epochs", "seed", "width", "hidden_dim")
+               "subset", "epochs", "seed", "width", "hidden_dim", "lr", "warmup_epochs",
+               "weight_decay", "bn_splits")
+# settings that may change on resume, at the price of a continuation that is not bit-identical
+RESUME_WARN_KEYS = ("aug", "amp")
 
 
 def recipe_flags(parser, *names):
@@ -69,7 +84,15 @@ def build_parser(add_args, doc):
     g.add_argument("--lr", type=float, default=0.06, help="base lr, scaled by batch-size/256")
     g.add_argument("--warmup-epochs", type=int, default=5)
     g.add_argument("--weight-decay", type=float, default=5e-4)
-    g.add_argument("--bn-splits", type=int, default=8, help="split BatchNorm sub-batches")
+    g.add_argument("--bn-splits", type=int, default=None,
+                   help="split BatchNorm sub-batches per process (default: 8 divided by the number "
+                        "of processes, at least 1: BatchNorm groups of batch/8 as in the reference)")
+    g.add_argument("--sync-bn", choices=["heads", "all", "none"], default="heads",
+                   help="under torchrun: BatchNorm layers whose statistics span the global batch "
+                        "(heads: the MLP heads' BatchNorm1d; all: also the backbone, needs "
+                        "--bn-splits 1; none: per-process statistics)")
+    g.add_argument("--dist-timeout", type=float, default=30, metavar="MIN",
+                   help="under torchrun: a collective waiting this long (a rank died) raises")
     g.add_argument("--width", type=int, default=64,
                    help="ResNet-18 base width (64 in every recipe; smaller for quick tests)")
     g.add_argument("--hidden-dim", type=int, default=2048, help="hidden width of the MLP heads")
@@ -80,6 +103,9 @@ def build_parser(add_args, doc):
                    help="per-image PIL pipeline or batched tensor pipeline (default: gpu on CUDA)")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: on where the device supports bf16)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory format for the network (default: on CUDA)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (off by default)")
     g.add_argument("--subset", type=int, default=None,
                    help="train on the first N training images, class-balanced")
     g.add_argument("--record", default=None, help="run name prefix (default: the recipe's)")
@@ -96,9 +122,14 @@ def build_parser(add_args, doc):
     g.add_argument("--resume", default=None, metavar="PATH",
                    help="resume from this checkpoint (default: the run's own, when it exists)")
     g.add_argument("--skip-nonfinite", type=int, default=0, metavar="N",
-                   help="skip up to N steps with a non-finite loss instead of stopping")
+                   help="skip up to N steps with a non-finite loss (each is undone: weights, EMA "
+                        "copies, queues) instead of stopping the run")
+    # for tests: behave as if SIGTERM arrived after epoch E, or after step S of epoch E
+    g.add_argument("--stop-after", default=None, metavar="E[:S]", help=argparse.SUPPRESS)
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_args(p.add_argument_group("algorithm flags"))
+    algo = p.add_argument_group("algorithm flags")
+    add_args(algo)
+    p.set_defaults(algorithm_flags=sorted(a.dest for a in algo._group_actions))
     return p
 
 
@@ -148,6 +179,22 @@ def validate(args):
     queue = getattr(args, "queue_size", None)
     if queue is not None and queue < args.batch_size:
         raise UserError(f"--queue-size {queue} is smaller than one batch ({args.batch_size})")
+    if args.skip_nonfinite < 0:
+        raise UserError(f"--skip-nonfinite must be >= 0, got {args.skip_nonfinite}")
+    args.stop_after = _parse_stop_after(args.stop_after)
+
+
+def _parse_stop_after(value):
+    if value is None or isinstance(value, (tuple, list)):
+        return value
+    try:
+        epoch, _, step = str(value).partition(":")
+        out = (int(epoch), int(step) if step else None)
+    except ValueError:
+        out = (0, None)
+    if out[0] < 1 or (out[1] is not None and out[1] < 1):
+        raise UserError(f"--stop-after takes EPOCH or EPOCH:STEP (positive integers), got {value}")
+    return out
 
 
 def pick_device(name):
@@ -184,40 +231,57 @@ def main(Model, add_args, doc, script, argv=None):
     try:
         summary = run(Model, add_args, doc, script, argv)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         sys.exit(2)
     except NonFiniteLoss as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         sys.exit(3)
+    except Interrupted as e:
+        print(f"stopped: {_one_line(e)}", file=sys.stderr)
+        sys.exit(128 + e.signum)  # the shell's convention for "killed by this signal"
+    finally:
+        dist.cleanup()  # leave torchrun's process group (no-op in one process)
     if dist.is_main():
         print(summary)
 
 
 class NonFiniteLoss(Exception):
-    pass
+    """A non-finite loss (or weights) stopped the run; the last good checkpoint is kept."""
+
+
+class Interrupted(Exception):
+    """SIGTERM/SIGINT (or --stop-after) honoured: a checkpoint was written, the run can resume."""
+
+    def __init__(self, message, signum):
+        super().__init__(message)
+        self.signum = int(signum)
 
 
 def run(Model, add_args, doc, script, argv=None):
     args = parse_args(add_args, doc, script, argv)
-    device = pick_device(args.device)
+    device = dist.setup(pick_device(args.device), args.dist_timeout)  # torchrun: cuda:LOCAL_RANK
     args.device = str(device)
     args.aug = args.aug or ("gpu" if device.type == "cuda" else "pil")
     args.amp = default_amp(device) if args.amp is None else args.amp
+    if args.channels_last is None:
+        args.channels_last = device.type == "cuda"
     name = run_name(args)
     paths = {k: os.path.join(args.results_dir, f"{name}_{k}") for k in
              ("pretrain.csv", "linear.csv", "config.json")}
     ckpt_path = os.path.join(args.checkpoint_dir, f"{name}.pt")
     _check_writable(args.results_dir, args.checkpoint_dir)
-    if os.path.exists(paths["config.json"]) and not args.overwrite:
-        if log.read_json(paths["config.json"]).get("finished"):
-            raise UserError(f"run {name} has finished results in {args.results_dir}; "
-                            f"pass --overwrite to run it again, or choose another --seed/--record")
+    _check_results(paths["config.json"], args, ckpt_path, name)
 
     seed_everything(args.seed)
     ds = load_dataset(args.dataset, args.data_dir, download=not args.no_download,
                       subset=args.subset)
     args.image_size, args.num_classes = ds.image_size, ds.num_classes
     world = dist.world_size()
+    if args.bn_splits is None:
+        args.bn_splits = max(1, 8 // world)
+    if world > 1 and args.sync_bn == "all" and args.bn_splits != 1:
+        raise UserError(f"--sync-bn all synchronises every BatchNorm: it needs --bn-splits 1, "
+                        f"got {args.bn_splits}")
     if args.batch_size > len(ds.train):
         raise UserError(f"--batch-size {args.batch_size} is larger than the training set "
                         f"({len(ds.train)} images)")
@@ -225,7 +289,12 @@ def run(Model, add_args, doc, script, argv=None):
         raise UserError(f"--batch-size {args.batch_size} must split into {world} rank(s) x "
                         f"{args.bn_splits} BatchNorm splits")
 
-    model = Model(args).to(device)
+    model = Model(args)
+    if world > 1:
+        dist.convert_sync_bn(model, args.sync_bn)
+    model.to(device, memory_format=torch.channels_last if args.channels_last else torch.preserve_format)
+    if args.compile:
+        model.compile()  # in place: state_dict keys and model.backbone stay as they are
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
     loader = ViewLoader(ds, ds.train, _view_kinds(args), args.batch_size // world, device,
@@ -233,92 +302,158 @@ def run(Model, add_args, doc, script, argv=None):
                         rank=dist.rank(), world=world)
     steps = len(loader)
     base_lr = args.lr * args.batch_size / 256
-    state = {"epoch": 0, "best_knn": 0.0, "knn": None}
+    state = {"epoch": 0, "step": 0, "best_knn": 0.0, "knn": None, "skipped": 0, "partial": None,
+             "train_seconds": 0.0}
 
-    resume_from = args.resume or (ckpt_path if os.path.exists(ckpt_path) and not args.overwrite else None)
+    resume_from, why = dist.broadcast_object(_resume_source(args, ckpt_path))  # rank 0's file
+    rows = rng = None
     if resume_from:
-        ckpt = checkpoint.load(resume_from)
+        ckpt = dist.broadcast_object(_load_or_error(resume_from) if dist.is_main() else None)
+        if isinstance(ckpt, UserError):  # raised on every rank, so that none waits for the others
+            raise ckpt
         _check_compatible(ckpt, args, resume_from)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        state.update(epoch=ckpt["epoch"], best_knn=ckpt["best_knn"], knn=ckpt.get("knn"))
-        _say(f"resuming {name} from {resume_from} after epoch {state['epoch']}")
+        _load_training_state(ckpt, model, optimizer, resume_from)
+        state.update({k: ckpt[k] for k in state if k in ckpt})
+        rows = ckpt.get("rows")
+        if state["step"]:  # mid-epoch: this rank's generators and sums of the epoch so far
+            rng = _this_rank(ckpt.get("rng"))
+            state["partial"] = _this_rank(state["partial"], fallback=state["partial"][0])
+        at = f"step {state['step']}/{steps} of epoch {state['epoch'] + 1}" if state["step"] \
+            else f"the end of epoch {state['epoch']}"
+        _say(f"resuming {name} from {resume_from} at {at} ({why})")
+        del ckpt
     config = {k: v for k, v in vars(args).items()}
     config.update(run=name, finished=False, checkpoint=ckpt_path, command=" ".join(sys.argv))
     if dist.is_main():
         log.write_json(paths["config.json"], config)
+        # the CSV holds exactly the rows the checkpoint has seen (older checkpoints: the file's)
         pre = log.CSVLog(paths["pretrain.csv"], log.PRETRAIN_COLUMNS,
-                         keep_until=state["epoch"] if resume_from else -1)
-    if state["epoch"] == 0:
+                         keep_until=state["epoch"] if resume_from else -1, rows=rows)
+    if not resume_from:
+        dist.broadcast_buffers(model)
         acc = knn.knn_top1(model.backbone, ds, device, args.knn_k, args.knn_t, args.amp)
         state.update(knn=acc)
         if dist.is_main():
             pre.write(epoch=0, knn_top1=acc, best_knn_top1=None)
             _say(f"{name}: epoch 0 (random init) kNN top-1 {acc:.2f}")
+    saved = {"at": (state["epoch"], state["step"]) if resume_from else None}
 
-    def save(epoch):
+    def save(epoch, step=0, partial=None):
+        """Checkpoint after `epoch` whole epochs and `step` steps of the next one."""
+        rngs = _gather(checkpoint.rng_state())  # every rank's, for a mid-epoch resume
+        partials = _gather(partial)
+        if not dist.all_true(_all_finite(model)):
+            raise NonFiniteLoss(f"non-finite weights at epoch {epoch + (1 if step else 0)}"
+                                + (f" step {step}" if step else "") + " (loss still finite); "
+                                + _last_good(ckpt_path, saved["at"], steps))
+        error = None
         if dist.is_main():
-            checkpoint.save(ckpt_path, {
-                "format": "mini-ssl/1", "algorithm": args.algorithm, "args": config,
-                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "backbone": model.backbone.state_dict(), "best_knn": state["best_knn"],
-                "knn": state["knn"]})
+            try:
+                checkpoint.save(ckpt_path, {
+                    "format": "mini-ssl/1", "algorithm": args.algorithm, "args": config,
+                    "epoch": epoch, "step": step, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "backbone": model.backbone.state_dict(),
+                    "best_knn": state["best_knn"], "knn": state["knn"],
+                    "skipped": state["skipped"], "partial": partials if partial else None,
+                    "rows": pre.rows, "rng": rngs,
+                    "train_seconds": state["train_seconds"] + time.time() - t_start})
+            except UserError as e:  # disk full: every rank stops, none waits for rank 0
+                error = e
+        if not dist.all_true(error is None):
+            raise error or UserError(f"rank 0 could not write {ckpt_path}")
+        saved["at"] = (epoch, step)
 
-    skipped = 0
+    ddp = dist.wrap(model, device)  # the same module under DDP; `model` stays the bare one
+    stop = StopRequest(args.stop_after)
     t_start = time.time()
-    for epoch in range(state["epoch"] + 1, args.epochs + 1):
-        # everything random in this epoch follows from (seed, epoch, rank): resume is exact
-        seed_everything(args.seed * 1000 + epoch * 7 + dist.rank())
-        model.train()
-        t0 = time.time()
-        loss_sum = torch.zeros((), device=device)
-        purity_sum, purity_n, n = 0.0, 0, 0
-        bar = tqdm(loader.epoch(epoch - 1), total=steps, desc=f"epoch {epoch}/{args.epochs}",
-                   leave=False, mininterval=1.0, disable=args.no_progress or not dist.is_main())
-        for i, (views, labels) in enumerate(bar):
-            step = (epoch - 1) * steps + i
-            lr = lr_at(step, args.epochs * steps, args.warmup_epochs * steps, base_lr)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            with torch.autocast(device.type, torch.bfloat16, enabled=args.amp):
-                out = model(views, labels)
-            loss, purity = out if isinstance(out, tuple) else (out, None)
-            if not torch.isfinite(loss).item():
-                skipped += 1
-                if skipped > args.skip_nonfinite:
-                    raise NonFiniteLoss(
-                        f"non-finite loss ({loss.item()}) at epoch {epoch} step {i + 1}; "
-                        f"the last good checkpoint is {ckpt_path if os.path.exists(ckpt_path) else 'absent'}")
-                optimizer.zero_grad(set_to_none=True)
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
-            n += 1
-            if purity is not None:
-                purity_sum += float(purity)
-                purity_n += 1
-        seconds = time.time() - t0
-        mean_loss = loss_sum.item() / max(n, 1)
-        if args.knn_every and epoch % args.knn_every == 0 or epoch == args.epochs:
-            acc = knn.knn_top1(model.backbone, ds, device, args.knn_k, args.knn_t, args.amp)
-            state["knn"], state["best_knn"] = acc, max(state["best_knn"], acc)
-        else:
-            acc = None
-        if dist.is_main():
-            pre.write(epoch=epoch, loss=mean_loss,
-                      purity=purity_sum / purity_n if purity_n else None, knn_top1=acc,
-                      best_knn_top1=state["best_knn"] if acc is not None else None, lr=lr,
-                      epoch_seconds=seconds)
-            if args.no_progress is False:
-                tqdm.write(f"epoch {epoch}/{args.epochs} loss {mean_loss:.4f} "
-                           + (f"kNN {acc:.2f} (best {state['best_knn']:.2f}) " if acc is not None else "")
-                           + f"{seconds:.1f}s", file=sys.stderr)
-        state["epoch"] = epoch
-        if epoch % args.save_every == 0 or epoch == args.epochs:
-            save(epoch)
-    train_seconds = time.time() - t_start
+    with stop:  # SIGTERM/SIGINT from here on: checkpoint after the current step, then exit
+        for epoch in range(state["epoch"] + 1, args.epochs + 1):
+            # everything random in this epoch follows from (seed, epoch, rank): resume is exact
+            seed_everything(args.seed * 1000 + epoch * 7 + dist.rank())
+            model.train()
+            first, part = state["step"], state["partial"] or {}
+            state["step"], state["partial"] = 0, None
+            batches = loader.epoch(epoch - 1)
+            if first:  # mid-epoch resume: replay the epoch's data stream, then restore the
+                for _ in range(first):  # generators as they were after step `first`
+                    next(batches)
+                if rng is not None:
+                    checkpoint.set_rng_state(rng)
+            t0 = time.time() - part.get("seconds", 0.0)
+            loss_sum = torch.tensor(part.get("loss_sum", 0.0), device=device)
+            purity_sum, purity_n = part.get("purity_sum", 0.0), part.get("purity_n", 0)
+            n, lr = part.get("n", 0), part.get("lr")
+            bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch}/{args.epochs}", leave=False,
+                       mininterval=1.0, disable=args.no_progress or not dist.is_main())
+            for i in range(first, steps):
+                views, labels = next(batches)
+                step = (epoch - 1) * steps + i
+                lr = lr_at(step, args.epochs * steps, args.warmup_epochs * steps, base_lr)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+                if args.channels_last:
+                    views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+                # a skipped step must leave no trace: forward also moves EMA copies and queues
+                before = _snapshot(model) if args.skip_nonfinite else None
+                with torch.autocast(device.type, torch.bfloat16, enabled=args.amp):
+                    out = ddp(views, labels)
+                loss, purity = out if isinstance(out, tuple) else (out, None)
+                if not dist.all_true(torch.isfinite(loss).item()):
+                    state["skipped"] += 1
+                    if state["skipped"] > args.skip_nonfinite:
+                        raise NonFiniteLoss(
+                            f"non-finite loss ({loss.item()}) at epoch {epoch} step {i + 1}/{steps}; "
+                            + _last_good(ckpt_path, saved["at"], steps))
+                    model.load_state_dict(before)
+                    optimizer.zero_grad(set_to_none=True)
+                    _say(f"skipped step {i + 1} of epoch {epoch}: non-finite loss "
+                         f"({state['skipped']} of --skip-nonfinite {args.skip_nonfinite})")
+                else:
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    loss_sum += loss.detach()
+                    n += 1
+                    if purity is not None:
+                        purity_sum += float(purity)
+                        purity_n += 1
+                bar.update()
+                stop.check(epoch, i + 1)
+                if i + 1 < steps and not dist.all_true(not stop.requested):
+                    save(epoch - 1, i + 1, {"loss_sum": loss_sum.item(), "n": n, "lr": lr,
+                                            "purity_sum": purity_sum, "purity_n": purity_n,
+                                            "seconds": time.time() - t0})
+                    raise Interrupted(f"{stop.name} after step {i + 1}/{steps} of epoch {epoch}; "
+                                      f"checkpoint {ckpt_path} written: run the same command "
+                                      f"again to resume", stop.signum)
+            bar.close()
+            seconds = time.time() - t0
+            mean_loss = dist.mean(loss_sum.item() / max(n, 1))  # over ranks: the global batch's loss
+            purity_mean = dist.mean(purity_sum / purity_n) if purity_n else None
+            dist.broadcast_buffers(model)  # evaluations below run identically on every rank
+            if args.knn_every and epoch % args.knn_every == 0 or epoch == args.epochs:
+                acc = knn.knn_top1(model.backbone, ds, device, args.knn_k, args.knn_t, args.amp)
+                state["knn"], state["best_knn"] = acc, max(state["best_knn"], acc)
+            else:
+                acc = None
+            if dist.is_main():
+                pre.write(epoch=epoch, loss=mean_loss,
+                          purity=purity_mean, knn_top1=acc,
+                          best_knn_top1=state["best_knn"] if acc is not None else None, lr=lr,
+                          epoch_seconds=seconds)
+                if args.no_progress is False:
+                    tqdm.write(f"epoch {epoch}/{args.epochs} loss {mean_loss:.4f} "
+                               + (f"kNN {acc:.2f} (best {state['best_knn']:.2f}) " if acc is not None else "")
+                               + f"{seconds:.1f}s", file=sys.stderr)
+            state["epoch"] = epoch
+            stop.check(epoch)
+            stopping = not dist.all_true(not stop.requested)
+            if epoch % args.save_every == 0 or epoch == args.epochs or stopping:
+                save(epoch)
+            if stopping:
+                raise Interrupted(f"{stop.name} after epoch {epoch}; checkpoint {ckpt_path} "
+                                  f"written: run the same command again to resume", stop.signum)
+    train_seconds = state["train_seconds"] + time.time() - t_start
 
     top1 = top5 = None
     if args.linear_epochs:
@@ -343,24 +478,174 @@ def _view_kinds(args):
 
 
 def _check_writable(*dirs):
+    """Create `dirs` and prove they take a file (os.access says yes to root on a read-only
+    mount)."""
+    import tempfile
     for d in dirs:
         try:
             os.makedirs(d, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=d, prefix=".write-test-")
+            os.close(fd)
+            os.remove(probe)
         except OSError as e:
-            raise UserError(f"cannot create directory {d}: {e.strerror}") from None
-        if not os.access(d, os.W_OK):
-            raise UserError(f"directory {d} is not writable")
+            raise UserError(f"cannot write to directory {d}: {e.strerror or e}") from None
+
+
+def _check_results(config_path, args, ckpt_path, name):
+    """Never overwrite another run's results: a finished run needs --overwrite, and so do the
+    unfinished results of a run with other settings and no checkpoint to resume."""
+    if args.overwrite or not os.path.exists(config_path):
+        return
+    try:
+        old = log.read_json(config_path)
+    except (OSError, ValueError):
+        raise UserError(f"{config_path} exists but cannot be read; pass --overwrite to replace "
+                        f"run {name}'s results, or choose another --seed/--record") from None
+    if old.get("finished"):
+        raise UserError(f"run {name} has finished results in {args.results_dir}; "
+                        f"pass --overwrite to run it again, or choose another --seed/--record")
+    if not args.resume and not os.path.exists(ckpt_path):
+        diff = _differences(old, args, RESUME_KEYS + tuple(args.algorithm_flags))
+        if diff:
+            raise UserError(f"{args.results_dir} holds unfinished results of another run named "
+                            f"{name} ({'; '.join(diff)}) and {ckpt_path} does not exist; pass "
+                            f"--overwrite to replace them, or choose another --seed/--record")
+
+
+def _differences(saved, args, keys):
+    return [f"{k} {saved.get(k)!r} there, {getattr(args, k)!r} here" for k in keys
+            if k in saved and getattr(args, k, None) is not None and saved[k] != getattr(args, k)]
+
+
+def _resume_source(args, ckpt_path):
+    """(checkpoint to resume from or None, why) -- the log says which."""
+    if args.resume:
+        return args.resume, "--resume"
+    if os.path.exists(ckpt_path) and not args.overwrite:
+        return ckpt_path, "automatically: the run's own checkpoint exists; --overwrite starts afresh"
+    return None, None
 
 
 def _check_compatible(ckpt, args, path):
     if not isinstance(ckpt, dict) or ckpt.get("format") != "mini-ssl/1":
         raise UserError(f"{path} is not a Mini-SSL training checkpoint")
-    saved = ckpt["args"]
-    diff = [f"{k}: checkpoint {saved.get(k)!r} vs now {getattr(args, k, None)!r}"
-            for k in RESUME_KEYS if saved.get(k) != getattr(args, k, None)]
+    how = "choose a matching checkpoint" if args.resume else "pass --overwrite to start afresh"
+    if ckpt.get("algorithm") != args.algorithm:
+        raise UserError(f"cannot resume from {path}: it is a {ckpt.get('algorithm')} checkpoint "
+                        f"and {args.script} trains {args.algorithm} ({how})")
+    saved = ckpt.get("args", {})
+    diff = _differences(saved, args, RESUME_KEYS + tuple(args.algorithm_flags))
     if diff:
-        raise UserError(f"cannot resume from {path}: " + "; ".join(diff)
-                        + " (pass --overwrite to start afresh)")
+        raise UserError(f"cannot resume from {path}: settings differ: {'; '.join(diff)} ({how})")
+    for k in _differences(saved, args, RESUME_WARN_KEYS):
+        _say(f"note: resuming with different {k}: the continuation is not bit-identical to an "
+             f"uninterrupted run")
+
+
+def _load_training_state(ckpt, model, optimizer, path):
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise UserError(f"{path} does not fit this model: {_one_line(e)}") from None
+
+
+def _load_or_error(path):
+    try:
+        return checkpoint.load(path)
+    except UserError as e:
+        return e
+
+
+def _gather(obj):
+    """[`obj` of rank r for every r] (a collective under torchrun)."""
+    if not dist.is_dist():
+        return [obj]
+    out = [None] * dist.world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def _this_rank(values, fallback=None):
+    """This rank's entry of a per-rank list saved by `_gather` (random-generator states, partial
+    epoch sums); `fallback` when the number of processes changed."""
+    if not values:
+        return None
+    if len(values) != dist.world_size():
+        _say(f"note: the checkpoint was written by {len(values)} process(es), this run has "
+             f"{dist.world_size()}: the rest of the interrupted epoch is not bit-identical")
+        return fallback
+    return values[dist.rank()]
+
+
+@torch.no_grad()
+def _all_finite(module):
+    flags = [torch.isfinite(t).all() for t in module.state_dict().values() if t.is_floating_point()]
+    return bool(torch.stack(flags).all().item()) if flags else True
+
+
+@torch.no_grad()
+def _snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _last_good(ckpt_path, at, steps):
+    """Where the last good checkpoint is, for the message of a stopped run."""
+    if at is None:
+        return "no checkpoint was written yet; lower --lr or pass --skip-nonfinite N"
+    epoch, step = at
+    where = f"step {step}/{steps} of epoch {epoch + 1}" if step else f"epoch {epoch}"
+    return (f"the last good checkpoint {ckpt_path} ({where}) is kept and a rerun resumes from it; "
+            f"lower --lr or pass --skip-nonfinite N")
+
+
+class StopRequest:
+    """SIGTERM/SIGINT handlers that only note the request: the training loop finishes the current
+    step, writes a checkpoint and raises Interrupted. A second signal gets the previous handler
+    (SIGTERM kills, Ctrl-C raises KeyboardInterrupt). `stop_after` = (E, S or None), from the
+    hidden --stop-after flag, sends SIGTERM to this process after step S of epoch E (or after
+    epoch E), for tests."""
+
+    def __init__(self, stop_after=None):
+        self.signum, self.stop_after, self.previous = None, stop_after, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # Python's rule for handlers
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self.previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}
+
+    def _handle(self, signum, frame):
+        if self.signum is None:
+            self.signum = signum
+            return
+        self.__exit__()
+        signal.raise_signal(signum)
+
+    @property
+    def requested(self):
+        return self.signum is not None
+
+    @property
+    def name(self):
+        return signal.Signals(self.signum).name
+
+    def check(self, epoch, step=None):
+        if self.stop_after is None or tuple(self.stop_after) != (epoch, step) or self.requested:
+            return
+        if self.previous:
+            signal.raise_signal(signal.SIGTERM)  # through the real handler
+        else:
+            self.signum = signal.SIGTERM
+
+
+def _one_line(e):
+    return " ".join(str(e).split())
 
 
 def _say(msg):
