@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from common import nets, train
 
 
+@nets.fp32
 def byol_loss(p, z):
     """Mean over the batch of 2 - 2 cos(p_i, z_i), i.e. the squared distance of the unit vectors.
 

@@ -18,11 +18,12 @@ on.
 import torch
 import torch.nn.functional as F
 
-from common import train
+from common import nets, train
 from common.queue import Queue
 from train_msf import MSF
 
 
+@nets.fp32
 def cmsf_loss(p, targets, constrained):
     """The average of the MSF losses against two target sets: mean over samples i, over the two
     sets and over their 1 + k targets t of 2 - 2 p_i . t.
@@ -55,8 +56,7 @@ class CMSF(MSF):
         key = F.normalize(self.target_projection(x_k), dim=1)
         key_aux = F.normalize(self.target_projection(x_aux), dim=1)
         targets, constrained, purity = self.neighbour_targets(key, key_aux, labels)
-        with torch.autocast(p.device.type, enabled=False):
-            loss = cmsf_loss(p, F.normalize(targets, dim=2), F.normalize(constrained, dim=2))
+        loss = cmsf_loss(p, F.normalize(targets, dim=2), F.normalize(constrained, dim=2))
         if enqueue:
             self.queue.enqueue(key, labels)
             self.aux_queue.enqueue(key_aux, labels)

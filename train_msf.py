@@ -17,12 +17,12 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from common import train
-from common.errors import UserError
+from common import nets, train
 from common.queue import Queue, symmetric_terms
 from train_byol import BYOL
 
 
+@nets.fp32
 def msf_loss(p, targets):
     """Mean over samples i and their 1 + k targets t of 2 - 2 p_i . t, i.e. squared distances.
 
@@ -34,8 +34,6 @@ def msf_loss(p, targets):
 
 class MSF(BYOL):
     def __init__(self, args):
-        if args.topk > args.queue_size:
-            raise UserError(f"--topk {args.topk} exceeds --queue-size {args.queue_size}")
         super().__init__(args)
         self.queue = Queue(args.queue_size, args.proj_dim)
 
@@ -44,8 +42,7 @@ class MSF(BYOL):
         p = F.normalize(self.predict(x_q), dim=1)
         key = F.normalize(self.target_projection(x_k), dim=1)
         found = self.queue.retrieve(key, self.args.topk, labels)
-        with torch.autocast(p.device.type, enabled=False):
-            loss = msf_loss(p, F.normalize(found.with_key, dim=2))
+        loss = msf_loss(p, F.normalize(found.with_key, dim=2))
         if enqueue:
             self.queue.enqueue(key, labels)
         return loss, found.purity

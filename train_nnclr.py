@@ -21,10 +21,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common import dist, nets, train
-from common.errors import UserError
 from common.queue import Queue, symmetric_terms
 
 
+@nets.fp32
 def nnclr_loss(p, neighbours, temperature):
     """NNCLR's two-way InfoNCE between predictions and nearest neighbours.
 
@@ -50,8 +50,6 @@ def nnclr_loss(p, neighbours, temperature):
 class NNCLR(nn.Module):
     def __init__(self, args):
         super().__init__()
-        if args.topk > args.queue_size:
-            raise UserError(f"--topk {args.topk} exceeds --queue-size {args.queue_size}")
         self.args = args
         dims = [8 * args.width, args.hidden_dim, args.hidden_dim, args.proj_dim]
         self.encoder = nets.Encoder(nets.resnet18(args.image_size, args.bn_splits, args.width),
@@ -68,11 +66,10 @@ class NNCLR(nn.Module):
         those neighbours; query and key are the (prediction, projection) pairs of two views."""
         p, z = query[0], F.normalize(key[1].detach(), dim=1)
         found = self.queue.retrieve(z, self.args.topk, labels)
-        with torch.autocast(p.device.type, enabled=False):
-            # under torchrun: the loss of the global batch on every rank (see common.dist)
-            loss = nnclr_loss(dist.gather_with_grad(p),
-                              dist.gather(F.normalize(found.neighbours, dim=2)),
-                              self.args.temperature)
+        # under torchrun: the loss of the global batch on every rank (see common.dist)
+        loss = nnclr_loss(dist.gather_with_grad(p),
+                          dist.gather(F.normalize(found.neighbours, dim=2)),
+                          self.args.temperature)
         if enqueue:
             self.queue.enqueue(z, labels)
         return loss, found.purity

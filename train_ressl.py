@@ -15,11 +15,12 @@ symmetric in the records; with --symmetric the reversed term is computed first w
 import torch
 import torch.nn.functional as F
 
-from common import train
+from common import nets, train
 from common.errors import UserError
 from train_moco import MoCo
 
 
+@nets.fp32
 def relational_loss(q, k, queue, teacher_temperature, student_temperature):
     """Cross-entropy between the teacher's and the student's similarity distributions over the queue.
 
@@ -28,11 +29,9 @@ def relational_loss(q, k, queue, teacher_temperature, student_temperature):
     The teacher side is detached: gradients flow through q only. Computed in fp32 even under
     autocast: bf16 similarities divided by 0.04 would be off by ~0.1.
     """
-    with torch.autocast(q.device.type, enabled=False):
-        q, k, queue = q.float(), k.detach().float(), queue.float()
-        target = F.softmax(k @ queue.T / teacher_temperature, dim=1)
-        log_p = F.log_softmax(q @ queue.T / student_temperature, dim=1)
-        return -(target * log_p).sum(1).mean()
+    target = F.softmax(k.detach() @ queue.T / teacher_temperature, dim=1)
+    log_p = F.log_softmax(q @ queue.T / student_temperature, dim=1)
+    return -(target * log_p).sum(1).mean()
 
 
 class ReSSL(MoCo):

@@ -14,11 +14,12 @@ L(v1, v2) enqueues the keys of view 2.
 import torch
 import torch.nn.functional as F
 
-from common import train
+from common import nets, train
 from common.errors import UserError
 from train_moco import MoCo
 
 
+@nets.fp32
 def sce_target(k, queue, coeff, temperature):
     """Target distribution w over [positive key, queue entries], shape (N, 1 + K).
 
@@ -26,15 +27,14 @@ def sce_target(k, queue, coeff, temperature):
     The key's own column enters the teacher softmax with similarity 0 (not masked out, as in the
     reference), so the positive receives coeff + (1 - coeff) * exp(0) / Z.
     """
-    with torch.autocast(k.device.type, enabled=False):
-        k, queue = k.float(), queue.float()
-        sim = torch.cat([torch.zeros_like(k[:, :1]), k @ queue.T], dim=1)
-        onehot = torch.zeros_like(sim)
-        onehot[:, 0] = 1
-        w = coeff * onehot + (1 - coeff) * F.softmax(sim / temperature, dim=1)
-        return F.normalize(w, p=1, dim=1)
+    sim = torch.cat([torch.zeros_like(k[:, :1]), k @ queue.T], dim=1)
+    onehot = torch.zeros_like(sim)
+    onehot[:, 0] = 1
+    w = coeff * onehot + (1 - coeff) * F.softmax(sim / temperature, dim=1)
+    return F.normalize(w, p=1, dim=1)
 
 
+@nets.fp32
 def sce_loss(q, k, queue, coeff, teacher_temperature, student_temperature):
     """Cross-entropy between sce_target(k, ...) and softmax([q . k, q . queue] / t_student).
 
@@ -44,10 +44,8 @@ def sce_loss(q, k, queue, coeff, teacher_temperature, student_temperature):
     """
     with torch.no_grad():
         w = sce_target(k, queue, coeff, teacher_temperature)
-    with torch.autocast(q.device.type, enabled=False):
-        q, k, queue = q.float(), k.float(), queue.float()
-        logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.T], dim=1) / student_temperature
-        return -(w * F.log_softmax(logits, dim=1)).sum(1).mean()
+    logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.T], dim=1) / student_temperature
+    return -(w * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
 class SCE(MoCo):

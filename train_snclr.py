@@ -23,10 +23,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common import dist, nets, train
-from common.errors import UserError
 from common.queue import Queue, symmetric_terms
 
 
+@nets.fp32
 def snclr_targets(z, neighbours, threshold=False):
     """Soft targets over the N (1 + k) candidates of the batch, shape (N, N (1 + k)).
 
@@ -47,6 +47,7 @@ def snclr_targets(z, neighbours, threshold=False):
     return targets.view(n, n * (1 + k))
 
 
+@nets.fp32
 def snclr_loss(p, candidates, targets, temperature):
     """Soft cross-entropy of each prediction against all candidates of the batch.
 
@@ -62,8 +63,6 @@ def snclr_loss(p, candidates, targets, temperature):
 class SNCLR(nn.Module):
     def __init__(self, args):
         super().__init__()
-        if args.topk > args.queue_size:
-            raise UserError(f"--topk {args.topk} exceeds --queue-size {args.queue_size}")
         self.args = args
         head = partial(nets.mlp, last_bn=True, last_affine=False)
         self.online = nets.Encoder(
@@ -84,14 +83,13 @@ class SNCLR(nn.Module):
         with torch.no_grad():
             key = F.normalize(nets.shuffled_forward(self.target, x_k), dim=1)
         found = self.queue.retrieve(key, self.args.topk, labels)
-        with torch.autocast(p.device.type, enabled=False):
-            targets = snclr_targets(z, found.neighbours, self.args.threshold)
-            # under torchrun the candidates are the global batch's; this rank's block of
-            # columns starts at rank * N (1 + k)
-            block, r = targets.shape[1], dist.rank()
-            targets = F.pad(targets, (r * block, (dist.world_size() - 1 - r) * block))
-            loss = snclr_loss(p, dist.gather(F.normalize(found.with_key, dim=2)), targets,
-                              self.args.temperature)
+        targets = snclr_targets(z, found.neighbours, self.args.threshold)
+        # under torchrun the candidates are the global batch's; this rank's block of
+        # columns starts at rank * N (1 + k)
+        block, r = targets.shape[1], dist.rank()
+        targets = F.pad(targets, (r * block, (dist.world_size() - 1 - r) * block))
+        loss = snclr_loss(p, dist.gather(F.normalize(found.with_key, dim=2)), targets,
+                          self.args.temperature)
         if enqueue:
             self.queue.enqueue(key, labels)
         return loss, found.purity

@@ -179,6 +179,8 @@ def validate(args):
     queue = getattr(args, "queue_size", None)
     if queue is not None and queue < args.batch_size:
         raise UserError(f"--queue-size {queue} is smaller than one batch ({args.batch_size})")
+    if getattr(args, "topk", None) is not None and queue is not None and args.topk > queue:
+        raise UserError(f"--topk {args.topk} exceeds --queue-size {queue}")
     if args.skip_nonfinite < 0:
         raise UserError(f"--skip-nonfinite must be >= 0, got {args.skip_nonfinite}")
     args.stop_after = _parse_stop_after(args.stop_after)
