@@ -107,7 +107,8 @@ def _load_cifar(name, data_dir, download, verify):
                 for t in (True, False)]
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
         raise UserError(f"{name} at {path} failed its integrity check ({e}); "
-                        f"re-download {url} and extract it into {data_dir}") from None
+                        f"re-download {url} and extract it into {data_dir} (--no-verify skips the md5 "
+                        f"check for files rebuilt in this layout)") from None
     except OSError as e:  # offline: URLError is an OSError
         raise UserError(f"could not download {name} ({e}); download {url} by hand and "
                         f"extract it into {data_dir}") from None

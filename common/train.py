@@ -79,6 +79,8 @@ def build_parser(add_args, doc):
     g.add_argument("--dataset", default="cifar10", help=f"one of {', '.join(DATASETS)}")
     g.add_argument("--data-dir", default="data", help="where data sets are (or are downloaded to)")
     g.add_argument("--no-download", action="store_true", help="never try to download CIFAR")
+    g.add_argument("--no-verify", action="store_true",
+                   help="skip torchvision's md5 check of CIFAR files (e.g. rebuilt in that layout)")
     g.add_argument("--epochs", type=int, default=200)
     g.add_argument("--batch-size", type=int, default=256, help="global batch size")
     g.add_argument("--lr", type=float, default=0.06, help="base lr, scaled by batch-size/256")
@@ -276,7 +278,7 @@ def run(Model, add_args, doc, script, argv=None):
 
     seed_everything(args.seed)
     ds = load_dataset(args.dataset, args.data_dir, download=not args.no_download,
-                      subset=args.subset)
+                      subset=args.subset, verify=not args.no_verify)
     args.image_size, args.num_classes = ds.image_size, ds.num_classes
     world = dist.world_size()
     if args.bn_splits is None:
