@@ -43,7 +43,8 @@ def nnclr_loss(p, neighbours, temperature):
     owner = torch.arange(n, device=p.device).repeat_interleave(k)
     loss_nn_to_p = F.cross_entropy(flat @ p.T / temperature, owner)
     log_prob = F.log_softmax(p @ flat.T / temperature, dim=1).view(n, n, k)
-    loss_p_to_nn = -log_prob[torch.arange(n), torch.arange(n)].sum(1).mean()
+    diagonal = torch.arange(n, device=p.device)
+    loss_p_to_nn = -log_prob[diagonal, diagonal].sum(1).mean()
     return (loss_nn_to_p + loss_p_to_nn) / 2
 
 

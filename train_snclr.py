@@ -43,7 +43,8 @@ def snclr_targets(z, neighbours, threshold=False):
         attn = attn * (attn > 1.0 / k)
     own = torch.cat([torch.ones(n, 1, device=z.device, dtype=attn.dtype), attn], dim=1)
     targets = torch.zeros(n, n, 1 + k, device=z.device, dtype=attn.dtype)
-    targets[torch.arange(n), torch.arange(n)] = own
+    diagonal = torch.arange(n, device=z.device)
+    targets[diagonal, diagonal] = own
     return targets.view(n, n * (1 + k))
 
 

@@ -28,6 +28,7 @@ written here because kornia's versions differ from the reference in distribution
     0.017 in a tap); see tests/test_augment.py;
   - kornia draws from the global RNG; here every draw comes from the caller's generator.
 """
+import functools
 import math
 
 import torch
@@ -60,6 +61,7 @@ class BatchAugment:
         self.p = KINDS[kind]
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self._mean_std = {}  # per device, copied there once
 
     def __call__(self, x, generator=None, return_params=False):
         params = self.sample(x.shape[0], x.shape[2], x.shape[3], x.device, generator)
@@ -78,10 +80,10 @@ class BatchAugment:
         if p["jitter"]:
             applied = rand(n) < p["jitter"]
             b, c, s, h = JITTER
-            lo = torch.tensor([1 - b, 1 - c, 1 - s, -h], device=device)
-            hi = torch.tensor([1 + b, 1 + c, 1 + s, h], device=device)
+            lo = _constant((1 - b, 1 - c, 1 - s, -h), device)
+            hi = _constant((1 + b, 1 + c, 1 + s, h), device)
             factors = lo + (hi - lo) * rand(n, 4)
-            identity = torch.tensor([1.0, 1.0, 1.0, 0.0], device=device)
+            identity = _constant((1.0, 1.0, 1.0, 0.0), device)
             params["jitter"] = applied
             params["factors"] = torch.where(applied[:, None], factors, identity)
             params["order"] = rand(n, 4).argsort(1)  # a uniform permutation per image
@@ -107,8 +109,17 @@ class BatchAugment:
             out = torch.where(params["gray"].view(-1, 1, 1, 1), grayscale(out).expand_as(out), out)
         if "blur" in params:
             out = pil_gaussian_blur(out, params["sigma"], params["blur"])
-        mean, std = self.mean.to(out.device), self.std.to(out.device)
+        if out.device not in self._mean_std:
+            self._mean_std[out.device] = self.mean.to(out.device), self.std.to(out.device)
+        mean, std = self._mean_std[out.device]
         return (out - mean) / std
+
+
+@functools.lru_cache(maxsize=None)
+def _constant(values, device):
+    """A small constant tensor on `device`, made once: a host-to-device copy per batch would make
+    the host wait for the GPU (a blocking copy synchronises the stream) several times a batch."""
+    return torch.tensor(values, device=device)
 
 
 def crop_params(n, height, width, scale, ratio, rand):
@@ -192,7 +203,7 @@ def color_jitter(x, factors, order, applied=None):
     at that position is the hue.
     """
     n = x.shape[0]
-    luma_w = torch.tensor(LUMA, device=x.device).view(1, 3, 1, 1)
+    luma_w = _constant(LUMA, x.device).view(1, 3, 1, 1)
     hue_ok = torch.ones(n, dtype=torch.bool, device=x.device) if applied is None else applied
     for pos in range(4):
         op = order[:, pos]

@@ -73,19 +73,30 @@ def recipe_flags(parser, *names):
                                 help=f"{what} (default: the record's value)")
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the script's docstring as written and shows every flag's default that is not None
+    (None means: the record's value, which the flag's help says)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser(add_args, doc):
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=doc, formatter_class=_HelpFormatter)
     g = p.add_argument_group("common flags (every train script)")
     g.add_argument("--dataset", default="cifar10", help=f"one of {', '.join(DATASETS)}")
     g.add_argument("--data-dir", default="data", help="where data sets are (or are downloaded to)")
     g.add_argument("--no-download", action="store_true", help="never try to download CIFAR")
     g.add_argument("--no-verify", action="store_true",
                    help="skip torchvision's md5 check of CIFAR files (e.g. rebuilt in that layout)")
-    g.add_argument("--epochs", type=int, default=200)
+    g.add_argument("--epochs", type=int, default=200, help="pre-training epochs")
     g.add_argument("--batch-size", type=int, default=256, help="global batch size")
     g.add_argument("--lr", type=float, default=0.06, help="base lr, scaled by batch-size/256")
-    g.add_argument("--warmup-epochs", type=int, default=5)
-    g.add_argument("--weight-decay", type=float, default=5e-4)
+    g.add_argument("--warmup-epochs", type=int, default=5, help="linear lr warm-up from 0")
+    g.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay (all parameters)")
     g.add_argument("--bn-splits", type=int, default=None,
                    help="split BatchNorm sub-batches per process (default: 8 divided by the number "
                         "of processes, at least 1: BatchNorm groups of batch/8 as in the reference)")
@@ -98,7 +109,7 @@ def build_parser(add_args, doc):
     g.add_argument("--width", type=int, default=64,
                    help="ResNet-18 base width (64 in every recipe; smaller for quick tests)")
     g.add_argument("--hidden-dim", type=int, default=2048, help="hidden width of the MLP heads")
-    g.add_argument("--seed", type=int, default=1339)
+    g.add_argument("--seed", type=int, default=1339, help="the published runs used 1339")
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     g.add_argument("--workers", type=int, default=2, help="DataLoader workers (pil path)")
     g.add_argument("--aug", choices=["pil", "gpu"], default=None,
@@ -111,12 +122,12 @@ def build_parser(add_args, doc):
     g.add_argument("--subset", type=int, default=None,
                    help="train on the first N training images, class-balanced")
     g.add_argument("--record", default=None, help="run name prefix (default: the recipe's)")
-    g.add_argument("--results-dir", default="results")
-    g.add_argument("--checkpoint-dir", default="checkpoints")
+    g.add_argument("--results-dir", default="results", help="CSV logs and config")
+    g.add_argument("--checkpoint-dir", default="checkpoints", help="checkpoints to resume from")
     g.add_argument("--save-every", type=int, default=1, help="checkpoint every N epochs")
     g.add_argument("--knn-every", type=int, default=1, help="kNN monitor every N epochs (0: last only)")
-    g.add_argument("--knn-k", type=int, default=200)
-    g.add_argument("--knn-t", type=float, default=0.1)
+    g.add_argument("--knn-k", type=int, default=200, help="kNN monitor neighbours")
+    g.add_argument("--knn-t", type=float, default=0.1, help="kNN monitor temperature")
     g.add_argument("--linear-epochs", type=int, default=100, help="0 skips linear evaluation")
     g.add_argument("--linear-cosine", action="store_true", help="linear eval: cosine lr 1")
     g.add_argument("--overwrite", action="store_true",
@@ -214,9 +225,13 @@ def pick_device(name):
 
 
 def default_amp(device):
-    """bf16 autocast where the hardware runs it natively (CUDA, and CPUs with AVX-512 BF16/AMX)."""
+    """bf16 autocast where the hardware runs it natively (CUDA compute capability 8.0+ or ROCm, and
+    CPUs with AVX-512 BF16/AMX)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        # not torch.cuda.is_bf16_supported(): it also says yes where bf16 is only emulated (V100,
+        # T4), which is several times slower than fp32 there; and it asks about the current
+        # device, not necessarily `device`
+        return torch.version.hip is not None or torch.cuda.get_device_capability(device)[0] >= 8
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
@@ -269,6 +284,8 @@ def run(Model, add_args, doc, script, argv=None):
     args.amp = default_amp(device) if args.amp is None else args.amp
     if args.channels_last is None:
         args.channels_last = device.type == "cuda"
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     name = run_name(args)
     paths = {k: os.path.join(args.results_dir, f"{name}_{k}") for k in
              ("pretrain.csv", "linear.csv", "config.json")}
@@ -385,7 +402,9 @@ def run(Model, add_args, doc, script, argv=None):
                     checkpoint.set_rng_state(rng)
             t0 = time.time() - part.get("seconds", 0.0)
             loss_sum = torch.tensor(part.get("loss_sum", 0.0), device=device)
-            purity_sum, purity_n = part.get("purity_sum", 0.0), part.get("purity_n", 0)
+            # summed on the device: a float() per step would wait for the step to finish
+            purity_sum = torch.tensor(part.get("purity_sum", 0.0), device=device)
+            purity_n = part.get("purity_n", 0)
             n, lr = part.get("n", 0), part.get("lr")
             bar = tqdm(total=steps, initial=first, desc=f"epoch {epoch}/{args.epochs}", leave=False,
                        mininterval=1.0, disable=args.no_progress or not dist.is_main())
@@ -419,13 +438,13 @@ def run(Model, add_args, doc, script, argv=None):
                     loss_sum += loss.detach()
                     n += 1
                     if purity is not None:
-                        purity_sum += float(purity)
+                        purity_sum += purity.detach() if torch.is_tensor(purity) else purity
                         purity_n += 1
                 bar.update()
                 stop.check(epoch, i + 1)
                 if i + 1 < steps and not dist.all_true(not stop.requested):
                     save(epoch - 1, i + 1, {"loss_sum": loss_sum.item(), "n": n, "lr": lr,
-                                            "purity_sum": purity_sum, "purity_n": purity_n,
+                                            "purity_sum": purity_sum.item(), "purity_n": purity_n,
                                             "seconds": time.time() - t0})
                     raise Interrupted(f"{stop.name} after step {i + 1}/{steps} of epoch {epoch}; "
                                       f"checkpoint {ckpt_path} written: run the same command "
@@ -433,7 +452,7 @@ def run(Model, add_args, doc, script, argv=None):
             bar.close()
             seconds = time.time() - t0
             mean_loss = dist.mean(loss_sum.item() / max(n, 1))  # over ranks: the global batch's loss
-            purity_mean = dist.mean(purity_sum / purity_n) if purity_n else None
+            purity_mean = dist.mean(purity_sum.item() / purity_n) if purity_n else None
             dist.broadcast_buffers(model)  # evaluations below run identically on every rank
             if args.knn_every and epoch % args.knn_every == 0 or epoch == args.epochs:
                 acc = knn.knn_top1(model.backbone, ds, device, args.knn_k, args.knn_t, args.amp)

@@ -100,6 +100,13 @@ def test_bad_flag_values(tmp_path, results, extra, message):
         run_moco(tmp_path, *extra)
 
 
+def test_more_neighbours_than_queue_entries_cli(tmp_path, results):
+    # refused before any data is read: retrieval would fail only at the first training step
+    line = cli_error(run_cli("train_nnclr.py", *argv(tmp_path, "--topk", "9")))
+    assert line == "error: --topk 9 exceeds --queue-size 8"
+    assert not (tmp_path / "ckpt").exists() or not any((tmp_path / "ckpt").iterdir())
+
+
 def test_unknown_record(tmp_path, results):
     mod = script("train_moco")
     with pytest.raises(UserError, match="no record for train_nosuch.py on dataset 'tin'"):
