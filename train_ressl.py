@@ -12,7 +12,6 @@ record's `temperature`) is the target of the student's query distribution on vie
 symmetric in the records; with --symmetric the reversed term is computed first without enqueueing
 (as for every queue-based script here), whereas the reference computed it after the enqueue.
 """
-import torch
 import torch.nn.functional as F
 
 from common import nets, train

@@ -28,7 +28,6 @@ import os
 import torch
 import torch.distributed as tdist
 import torch.nn as nn
-import torch.nn.functional as F
 
 from common.errors import UserError
 

@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import checkpoint, knn, log
+from common import checkpoint, log
 from common.data import DATASETS, ViewLoader, load_dataset
 from common.errors import UserError
 

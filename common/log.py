@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import sys
 
 from common.errors import UserError
 
@@ -96,3 +97,10 @@ def write_json(path, obj):
 def read_json(path):
     with open(path) as f:
         return json.load(f)
+
+
+def say(msg):
+    """A progress message on stderr, from rank 0 only under torchrun."""
+    from common import dist
+    if dist.is_main():
+        print(msg, file=sys.stderr, flush=True)

@@ -25,18 +25,17 @@ stopped the run (the last good checkpoint is kept; --skip-nonfinite N skips such
 import argparse
 import os
 import random
-import signal
 import sys
-import threading
 import time
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import checkpoint, dist, knn, log, recipes
+from common import checkpoint, dist, knn, log, recipes, resume
 from common.data import DATASETS, ViewLoader, load_dataset
-from common.errors import UserError
+from common.errors import UserError, one_line
+from common.resume import Interrupted, NonFiniteLoss, StopRequest
 from common.linear import linear_eval
 from common.schedule import lr_at
 
@@ -49,13 +48,6 @@ RECIPE_FLAGS = {
     "proj_dim": (int, "projection output dimension [proj_dim]"),
 }
 COLUMN = {"weak": "weak_second_view"}
-# settings that must agree between a checkpoint and the run resuming from it (with the script's
-# own algorithm flags): they fix the model's shapes, the data and the optimisation trajectory
-RESUME_KEYS = ("algorithm", "dataset", "batch_size", "queue_size", "topk", "proj_dim", "views",
-               "subset", "epochs", "seed", "width", "hidden_dim", "lr", "warmup_epochs",
-               "weight_decay", "bn_splits")
-# settings that may change on resume, at the price of a continuation that is not bit-identical
-RESUME_WARN_KEYS = ("aug", "amp")
 
 
 def recipe_flags(parser, *names):
@@ -250,13 +242,13 @@ def main(Model, add_args, doc, script, argv=None):
     try:
         summary = run(Model, add_args, doc, script, argv)
     except UserError as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
     except NonFiniteLoss as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(3)
     except Interrupted as e:
-        print(f"stopped: {_one_line(e)}", file=sys.stderr)
+        print(f"stopped: {one_line(e)}", file=sys.stderr)
         sys.exit(128 + e.signum)  # the shell's convention for "killed by this signal"
     finally:
         dist.cleanup()  # leave torchrun's process group (no-op in one process)
@@ -264,16 +256,8 @@ def main(Model, add_args, doc, script, argv=None):
         print(summary)
 
 
-class NonFiniteLoss(Exception):
-    """A non-finite loss (or weights) stopped the run; the last good checkpoint is kept."""
 
 
-class Interrupted(Exception):
-    """SIGTERM/SIGINT (or --stop-after) honoured: a checkpoint was written, the run can resume."""
-
-    def __init__(self, message, signum):
-        super().__init__(message)
-        self.signum = int(signum)
 
 
 def run(Model, add_args, doc, script, argv=None):
@@ -291,7 +275,7 @@ def run(Model, add_args, doc, script, argv=None):
              ("pretrain.csv", "linear.csv", "config.json")}
     ckpt_path = os.path.join(args.checkpoint_dir, f"{name}.pt")
     _check_writable(args.results_dir, args.checkpoint_dir)
-    _check_results(paths["config.json"], args, ckpt_path, name)
+    resume.check_results(paths["config.json"], args, ckpt_path, name)
 
     seed_everything(args.seed)
     ds = load_dataset(args.dataset, args.data_dir, download=not args.no_download,
@@ -318,7 +302,7 @@ def run(Model, add_args, doc, script, argv=None):
         model.compile()  # in place: state_dict keys and model.backbone stay as they are
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
-    loader = ViewLoader(ds, ds.train, _view_kinds(args), args.batch_size // world, device,
+    loader = ViewLoader(ds, ds.train, view_kinds(args), args.batch_size // world, device,
                         aug=args.aug, workers=args.workers, seed=args.seed,
                         rank=dist.rank(), world=world)
     steps = len(loader)
@@ -326,22 +310,22 @@ def run(Model, add_args, doc, script, argv=None):
     state = {"epoch": 0, "step": 0, "best_knn": 0.0, "knn": None, "skipped": 0, "partial": None,
              "train_seconds": 0.0}
 
-    resume_from, why = dist.broadcast_object(_resume_source(args, ckpt_path))  # rank 0's file
+    resume_from, why = dist.broadcast_object(resume.resume_source(args, ckpt_path))  # rank 0's file
     rows = rng = None
     if resume_from:
-        ckpt = dist.broadcast_object(_load_or_error(resume_from) if dist.is_main() else None)
+        ckpt = dist.broadcast_object(resume.load_or_error(resume_from) if dist.is_main() else None)
         if isinstance(ckpt, UserError):  # raised on every rank, so that none waits for the others
             raise ckpt
-        _check_compatible(ckpt, args, resume_from)
-        _load_training_state(ckpt, model, optimizer, resume_from)
+        resume.check_compatible(ckpt, args, resume_from)
+        resume.load_training_state(ckpt, model, optimizer, resume_from)
         state.update({k: ckpt[k] for k in state if k in ckpt})
         rows = ckpt.get("rows")
         if state["step"]:  # mid-epoch: this rank's generators and sums of the epoch so far
-            rng = _this_rank(ckpt.get("rng"))
-            state["partial"] = _this_rank(state["partial"], fallback=state["partial"][0])
+            rng = resume.this_rank(ckpt.get("rng"))
+            state["partial"] = resume.this_rank(state["partial"], fallback=state["partial"][0])
         at = f"step {state['step']}/{steps} of epoch {state['epoch'] + 1}" if state["step"] \
             else f"the end of epoch {state['epoch']}"
-        _say(f"resuming {name} from {resume_from} at {at} ({why})")
+        log.say(f"resuming {name} from {resume_from} at {at} ({why})")
         del ckpt
     config = {k: v for k, v in vars(args).items()}
     config.update(run=name, finished=False, checkpoint=ckpt_path, command=" ".join(sys.argv))
@@ -356,17 +340,17 @@ def run(Model, add_args, doc, script, argv=None):
         state.update(knn=acc)
         if dist.is_main():
             pre.write(epoch=0, knn_top1=acc, best_knn_top1=None)
-            _say(f"{name}: epoch 0 (random init) kNN top-1 {acc:.2f}")
+            log.say(f"{name}: epoch 0 (random init) kNN top-1 {acc:.2f}")
     saved = {"at": (state["epoch"], state["step"]) if resume_from else None}
 
     def save(epoch, step=0, partial=None):
         """Checkpoint after `epoch` whole epochs and `step` steps of the next one."""
-        rngs = _gather(checkpoint.rng_state())  # every rank's, for a mid-epoch resume
-        partials = _gather(partial)
-        if not dist.all_true(_all_finite(model)):
+        rngs = resume.gather_objects(checkpoint.rng_state())  # every rank's, for a mid-epoch resume
+        partials = resume.gather_objects(partial)
+        if not dist.all_true(resume.all_finite(model)):
             raise NonFiniteLoss(f"non-finite weights at epoch {epoch + (1 if step else 0)}"
                                 + (f" step {step}" if step else "") + " (loss still finite); "
-                                + _last_good(ckpt_path, saved["at"], steps))
+                                + resume.last_good(ckpt_path, saved["at"], steps))
         error = None
         if dist.is_main():
             try:
@@ -417,7 +401,7 @@ def run(Model, add_args, doc, script, argv=None):
                 if args.channels_last:
                     views = [v.contiguous(memory_format=torch.channels_last) for v in views]
                 # a skipped step must leave no trace: forward also moves EMA copies and queues
-                before = _snapshot(model) if args.skip_nonfinite else None
+                before = resume.snapshot(model) if args.skip_nonfinite else None
                 with torch.autocast(device.type, torch.bfloat16, enabled=args.amp):
                     out = ddp(views, labels)
                 loss, purity = out if isinstance(out, tuple) else (out, None)
@@ -426,10 +410,10 @@ def run(Model, add_args, doc, script, argv=None):
                     if state["skipped"] > args.skip_nonfinite:
                         raise NonFiniteLoss(
                             f"non-finite loss ({loss.item()}) at epoch {epoch} step {i + 1}/{steps}; "
-                            + _last_good(ckpt_path, saved["at"], steps))
+                            + resume.last_good(ckpt_path, saved["at"], steps))
                     model.load_state_dict(before)
                     optimizer.zero_grad(set_to_none=True)
-                    _say(f"skipped step {i + 1} of epoch {epoch}: non-finite loss "
+                    log.say(f"skipped step {i + 1} of epoch {epoch}: non-finite loss "
                          f"({state['skipped']} of --skip-nonfinite {args.skip_nonfinite})")
                 else:
                     optimizer.zero_grad(set_to_none=True)
@@ -496,7 +480,7 @@ def run(Model, add_args, doc, script, argv=None):
             f"{train_seconds:.0f}s pre-training; results in {args.results_dir}/{name}_*")
 
 
-def _view_kinds(args):
+def view_kinds(args):
     return ["strong"] + ["weak" if args.weak else "strong"] * (args.views - 1)
 
 
@@ -512,165 +496,3 @@ def _check_writable(*dirs):
             os.remove(probe)
         except OSError as e:
             raise UserError(f"cannot write to directory {d}: {e.strerror or e}") from None
-
-
-def _check_results(config_path, args, ckpt_path, name):
-    """Never overwrite another run's results: a finished run needs --overwrite, and so do the
-    unfinished results of a run with other settings and no checkpoint to resume."""
-    if args.overwrite or not os.path.exists(config_path):
-        return
-    try:
-        old = log.read_json(config_path)
-    except (OSError, ValueError):
-        raise UserError(f"{config_path} exists but cannot be read; pass --overwrite to replace "
-                        f"run {name}'s results, or choose another --seed/--record") from None
-    if old.get("finished"):
-        raise UserError(f"run {name} has finished results in {args.results_dir}; "
-                        f"pass --overwrite to run it again, or choose another --seed/--record")
-    if not args.resume and not os.path.exists(ckpt_path):
-        diff = _differences(old, args, RESUME_KEYS + tuple(args.algorithm_flags))
-        if diff:
-            raise UserError(f"{args.results_dir} holds unfinished results of another run named "
-                            f"{name} ({'; '.join(diff)}) and {ckpt_path} does not exist; pass "
-                            f"--overwrite to replace them, or choose another --seed/--record")
-
-
-def _differences(saved, args, keys):
-    return [f"{k} {saved.get(k)!r} there, {getattr(args, k)!r} here" for k in keys
-            if k in saved and getattr(args, k, None) is not None and saved[k] != getattr(args, k)]
-
-
-def _resume_source(args, ckpt_path):
-    """(checkpoint to resume from or None, why) -- the log says which."""
-    if args.resume:
-        return args.resume, "--resume"
-    if os.path.exists(ckpt_path) and not args.overwrite:
-        return ckpt_path, "automatically: the run's own checkpoint exists; --overwrite starts afresh"
-    return None, None
-
-
-def _check_compatible(ckpt, args, path):
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "mini-ssl/1":
-        raise UserError(f"{path} is not a Mini-SSL training checkpoint")
-    how = "choose a matching checkpoint" if args.resume else "pass --overwrite to start afresh"
-    if ckpt.get("algorithm") != args.algorithm:
-        raise UserError(f"cannot resume from {path}: it is a {ckpt.get('algorithm')} checkpoint "
-                        f"and {args.script} trains {args.algorithm} ({how})")
-    saved = ckpt.get("args", {})
-    diff = _differences(saved, args, RESUME_KEYS + tuple(args.algorithm_flags))
-    if diff:
-        raise UserError(f"cannot resume from {path}: settings differ: {'; '.join(diff)} ({how})")
-    for k in _differences(saved, args, RESUME_WARN_KEYS):
-        _say(f"note: resuming with different {k}: the continuation is not bit-identical to an "
-             f"uninterrupted run")
-
-
-def _load_training_state(ckpt, model, optimizer, path):
-    try:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-    except (KeyError, RuntimeError, ValueError) as e:
-        raise UserError(f"{path} does not fit this model: {_one_line(e)}") from None
-
-
-def _load_or_error(path):
-    try:
-        return checkpoint.load(path)
-    except UserError as e:
-        return e
-
-
-def _gather(obj):
-    """[`obj` of rank r for every r] (a collective under torchrun)."""
-    if not dist.is_dist():
-        return [obj]
-    out = [None] * dist.world_size()
-    torch.distributed.all_gather_object(out, obj)
-    return out
-
-
-def _this_rank(values, fallback=None):
-    """This rank's entry of a per-rank list saved by `_gather` (random-generator states, partial
-    epoch sums); `fallback` when the number of processes changed."""
-    if not values:
-        return None
-    if len(values) != dist.world_size():
-        _say(f"note: the checkpoint was written by {len(values)} process(es), this run has "
-             f"{dist.world_size()}: the rest of the interrupted epoch is not bit-identical")
-        return fallback
-    return values[dist.rank()]
-
-
-@torch.no_grad()
-def _all_finite(module):
-    flags = [torch.isfinite(t).all() for t in module.state_dict().values() if t.is_floating_point()]
-    return bool(torch.stack(flags).all().item()) if flags else True
-
-
-@torch.no_grad()
-def _snapshot(module):
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def _last_good(ckpt_path, at, steps):
-    """Where the last good checkpoint is, for the message of a stopped run."""
-    if at is None:
-        return "no checkpoint was written yet; lower --lr or pass --skip-nonfinite N"
-    epoch, step = at
-    where = f"step {step}/{steps} of epoch {epoch + 1}" if step else f"epoch {epoch}"
-    return (f"the last good checkpoint {ckpt_path} ({where}) is kept and a rerun resumes from it; "
-            f"lower --lr or pass --skip-nonfinite N")
-
-
-class StopRequest:
-    """SIGTERM/SIGINT handlers that only note the request: the training loop finishes the current
-    step, writes a checkpoint and raises Interrupted. A second signal gets the previous handler
-    (SIGTERM kills, Ctrl-C raises KeyboardInterrupt). `stop_after` = (E, S or None), from the
-    hidden --stop-after flag, sends SIGTERM to this process after step S of epoch E (or after
-    epoch E), for tests."""
-
-    def __init__(self, stop_after=None):
-        self.signum, self.stop_after, self.previous = None, stop_after, {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():  # Python's rule for handlers
-            for s in (signal.SIGTERM, signal.SIGINT):
-                self.previous[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
-        self.previous = {}
-
-    def _handle(self, signum, frame):
-        if self.signum is None:
-            self.signum = signum
-            return
-        self.__exit__()
-        signal.raise_signal(signum)
-
-    @property
-    def requested(self):
-        return self.signum is not None
-
-    @property
-    def name(self):
-        return signal.Signals(self.signum).name
-
-    def check(self, epoch, step=None):
-        if self.stop_after is None or tuple(self.stop_after) != (epoch, step) or self.requested:
-            return
-        if self.previous:
-            signal.raise_signal(signal.SIGTERM)  # through the real handler
-        else:
-            self.signum = signal.SIGTERM
-
-
-def _one_line(e):
-    return " ".join(str(e).split())
-
-
-def _say(msg):
-    if dist.is_main():
-        print(msg, file=sys.stderr, flush=True)

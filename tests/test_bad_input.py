@@ -12,7 +12,7 @@ import urllib.error
 import pytest
 import torch
 
-from conftest import ROOT, run_cli, script
+from conftest import run_cli, script
 from fixtures import make_cifar_fixture, make_tin_fixture
 from common import checkpoint, log, train
 from common.errors import UserError

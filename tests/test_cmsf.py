@@ -42,5 +42,5 @@ def test_loss_is_the_average_of_two_msf_losses():
 def test_three_views_strong_weak_weak():
     model = tiny_model("train_cmsf", "--queue-size", "32")
     assert model.args.views == 3 and model.args.record == "demo_9"
-    assert train._view_kinds(model.args) == ["strong", "weak", "weak"]
+    assert train.view_kinds(model.args) == ["strong", "weak", "weak"]
     assert len(model.aux_queue) == len(model.queue) == 32

@@ -29,5 +29,5 @@ def test_targets_all_equal_to_the_key_is_byol():
 def test_record_defaults_weak_second_view():
     model = tiny_model("train_msf", "--queue-size", "32")
     assert model.args.record == "demo_6" and model.args.topk == 5 and model.args.momentum == 0.99
-    assert train._view_kinds(model.args) == ["strong", "weak"]
+    assert train.view_kinds(model.args) == ["strong", "weak"]
     assert not any(p.requires_grad for p in model.target.parameters())

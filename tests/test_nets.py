@@ -1,5 +1,4 @@
 """Backbone, split BatchNorm, heads, EMA update and batch shuffling."""
-import pytest
 import torch
 import torch.nn as nn
 

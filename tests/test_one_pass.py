@@ -45,7 +45,6 @@ def test_nnclr_one_pass_equals_double_computation():
     """NNCLR: the reversed term L(v2, v1) retrieves from the queue as it was before the step and
     does not enqueue; L(v1, v2) then enqueues view 2's keys. Computing each view once gives the
     loss, purity, gradients and queue of the reference's four network passes."""
-    import copy
     mod = script("train_nnclr")
     args = train.parse_args(mod.add_args, mod.__doc__, mod.__file__,
                             TINY + ["--queue-size", "32", "--topk", "2"])

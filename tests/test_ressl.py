@@ -93,7 +93,7 @@ def test_defaults_come_from_the_record():
     assert (args.record, args.temperature, args.student_temperature, args.momentum,
             args.queue_size, args.proj_dim, args.symmetric, args.weak) == \
         ("cifar10_4", 0.04, 0.1, 0.99, 4096, 128, False, True)
-    assert train._view_kinds(args) == ["strong", "weak"]
+    assert train.view_kinds(args) == ["strong", "weak"]
     tin = parsed("--dataset", "tin")
     assert (tin.momentum, tin.queue_size) == (0.996, 16384)
     with pytest.raises(UserError, match="student-temperature"):

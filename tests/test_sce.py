@@ -88,7 +88,7 @@ def test_gradients_reach_only_the_online_network():
 def test_weak_records_use_the_weak_transform_for_view_two():
     def kinds(mod, *argv):
         args = train.parse_args(mod.add_args, mod.__doc__, mod.__file__, list(argv))
-        return args.record, train._view_kinds(args)
+        return args.record, train.view_kinds(args)
     assert kinds(sce, "--dataset", "cifar10") == ("cifar10_8", ["strong", "weak"])
     assert kinds(byol, "--dataset", "cifar10") == ("cifar10_3", ["strong", "strong"])
     assert kinds(sce, "--dataset", "tin", "--no-weak") == ("tin_8", ["strong", "strong"])
