@@ -26,3 +26,15 @@ def test_one_epoch_writes_outputs(tmp_path, name, record):
     config = json.loads((res / f"{run}_config.json").read_text())
     assert config["finished"] and config["record"] == record
     assert (tmp_path / "checkpoints" / f"{run}.pt").exists()
+
+
+def test_tiny_imagenet_layout_end_to_end(tmp_path):
+    """64-px data (max-pool kept) through a whole run, read from the real folder layout."""
+    from fixtures import make_tin_fixture
+    make_tin_fixture(tmp_path / "data", classes=4, per_class=4, val_per_class=2)
+    summary = train_tiny("train_moco", tmp_path, "--dataset", "tin", "--data-dir",
+                         str(tmp_path / "data"), "--subset", "16", "--batch-size", "8",
+                         "--queue-size", "16")
+    assert summary.startswith("tin_1_seed1339 (MoCoV2, tin, 1 epochs)")
+    config = json.loads((tmp_path / "results" / "tin_1_seed1339_config.json").read_text())
+    assert config["image_size"] == 64 and config["num_classes"] == 4 and config["momentum"] == 0.996
