@@ -17,8 +17,6 @@ from common.errors import UserError, one_line
 RESUME_KEYS = ("algorithm", "dataset", "batch_size", "queue_size", "topk", "proj_dim", "views",
                "subset", "epochs", "seed", "width", "hidden_dim", "lr", "warmup_epochs",
                "weight_decay", "bn_splits")
-
-
 # settings that may change on resume, at the price of a continuation that is not bit-identical
 RESUME_WARN_KEYS = ("aug", "amp")
 
