@@ -9,9 +9,10 @@ from conftest import TINY, script
 from common import train
 
 
-def test_simclr_one_pass_equals_double_computation():
-    mod = script("train_simclr")
-    args = train.parse_args(mod.add_args, mod.__doc__, mod.__file__, TINY)
+def tiny_symmetric_model(name, *flags):
+    """(module, args, train-mode model, two views of 16 real images, labels) for a script."""
+    mod = script(name)
+    args = train.parse_args(mod.add_args, mod.__doc__, mod.__file__, TINY + list(flags))
     args.image_size, args.bn_splits = 32, 2
     assert args.symmetric
     torch.manual_seed(0)
@@ -19,7 +20,11 @@ def test_simclr_one_pass_equals_double_computation():
     from test_amp import fixed_views
     (x, _), labels = fixed_views()
     x, labels = x[:16], labels[:16]
-    views = [x, x.flip(3) * 0.9]
+    return mod, args, model, [x, x.flip(3) * 0.9], labels
+
+
+def test_simclr_one_pass_equals_double_computation():
+    mod, args, model, views, labels = tiny_symmetric_model("train_simclr")
 
     loss = model(views, labels)
     grads = torch.autograd.grad(loss, list(model.parameters()))
@@ -45,17 +50,9 @@ def test_nnclr_one_pass_equals_double_computation():
     """NNCLR: the reversed term L(v2, v1) retrieves from the queue as it was before the step and
     does not enqueue; L(v1, v2) then enqueues view 2's keys. Computing each view once gives the
     loss, purity, gradients and queue of the reference's four network passes."""
-    mod = script("train_nnclr")
-    args = train.parse_args(mod.add_args, mod.__doc__, mod.__file__,
-                            TINY + ["--queue-size", "32", "--topk", "2"])
-    args.image_size, args.bn_splits = 32, 2
-    assert args.symmetric
-    torch.manual_seed(0)
-    model = mod.Model(args).train()
-    from test_amp import fixed_views
-    (x, _), labels = fixed_views()
-    x, labels = x[:16], labels[:16]
-    views = [x, x.flip(3) * 0.9]
+    mod, args, model, views, labels = tiny_symmetric_model("train_nnclr", "--queue-size", "32",
+                                                            "--topk", "2")
+    x = views[0]
     with torch.no_grad():  # half the queue holds keys of related images, with their labels
         model.queue.enqueue(F.normalize(model.encoder(x.flip(2)), dim=1), labels)
     ref_model = copy.deepcopy(model)
